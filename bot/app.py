@@ -1,0 +1,154 @@
+"""The composition root: builds every part of the bot, owns its background
+tasks and shuts everything down cleanly.
+
+A transport (XMPP, or the console) is plugged in from outside so that the
+same bot, with the same commands and state, runs on a phone's chat or in a
+terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.commandkit import Registry
+from bot.config import Config
+from bot.engine import Engine
+from bot.errors import EngineError
+from bot.incoming import Incoming
+from bot.locks import AppLocks
+from bot.router import Router
+from bot.store import Store
+from bot.tasks import Tasks
+from commands import basics, lifecycle
+
+log = logging.getLogger(__name__)
+
+PRESENCE_INTERVAL_S = 15.0
+COMMAND_DRAIN_S = 30.0
+
+
+class Transport(Protocol):
+    online: bool
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, to: str, text: str) -> bool: ...
+
+    def set_status(self, text: str) -> None: ...
+
+
+TransportFactory = Callable[[Callable[[Incoming], Awaitable[None]], Callable[[], Awaitable[None]]], Transport]
+
+
+@dataclass
+class Services:
+    """What commands reach through their context."""
+
+    config: Config
+    engine: Engine
+    store: Store
+    locks: AppLocks
+    tasks: Tasks
+    started: float = field(default_factory=time.monotonic)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, item: str) -> Any:
+        extras = self.__dict__.get("extras", {})
+        if item in extras:
+            return extras[item]
+        raise AttributeError(item)
+
+
+def command_groups() -> list[Any]:
+    return [basics.group, lifecycle.group]
+
+
+class Homeport:
+    def __init__(self, config: Config, transport_factory: TransportFactory):
+        self.config = config
+        self.tasks = Tasks()
+        self.store = Store(config.state_dir)
+        self.engine = Engine(config.docker.url, config.docker.timeout)
+        self.locks = AppLocks()
+        self.services = Services(config=config, engine=self.engine, store=self.store, locks=self.locks,
+                                 tasks=self.tasks)
+        self.registry = Registry(command_groups())
+        self.router = Router(self.registry, config.owners, self.services, self.send, self.tasks, self.locks,
+                             config.limits, audit=self.store.audit)
+        self.transport = transport_factory(self.router.handle, self._on_online)
+        self._stopping = asyncio.Event()
+        self._last_presence: str | None = None
+
+    async def send(self, to: str, text: str) -> None:
+        if not await self.transport.send(to, text):
+            log.warning("could not deliver a message to %s (offline): %.80r", to, text)
+
+    async def notify_owners(self, text: str) -> None:
+        for owner in sorted(self.config.owners):
+            await self.send(owner, text)
+
+    async def _on_online(self) -> None:
+        self._last_presence = None  # re-send presence text on every new session
+        await self.refresh_presence()
+
+    async def refresh_presence(self) -> None:
+        text = await self.presence_text()
+        if text != self._last_presence:
+            self._last_presence = text
+            self.transport.set_status(text)
+
+    async def presence_text(self) -> str:
+        try:
+            apps = await self.engine.apps()
+        except EngineError:
+            return "Docker engine is not reachable"
+        running = sum(1 for infos in apps.values() if any(i.running for i in infos))
+        return f"{running} app{'s' if running != 1 else ''} running"
+
+    async def _presence_loop(self) -> None:
+        while True:
+            try:
+                await self.refresh_presence()
+            except Exception:
+                log.exception("presence update failed")
+            await asyncio.sleep(PRESENCE_INTERVAL_S)
+
+    async def run(self) -> None:
+        log.info("homeport starting: owners %s, state in %s", ", ".join(sorted(self.config.owners)),
+                 self.config.state_dir)
+        try:
+            await self.engine.ping()
+            log.info("Docker engine reachable")
+        except EngineError as exc:
+            log.warning("%s; commands will say so until it is back", exc)
+        transport_task = self.tasks.spawn(self.transport.run(), name="transport")
+        self.tasks.spawn(self._presence_loop(), name="presence")
+        stop_task = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({transport_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_task.cancel()
+            # A console whose input ended still owes the replies of the
+            # commands it sent; an XMPP session ending means shutdown anyway.
+            await self.tasks.drain("command:", timeout=COMMAND_DRAIN_S)
+            await self.shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def shutdown(self) -> None:
+        log.info("homeport stopping")
+        try:
+            await asyncio.wait_for(self.transport.stop(), 10)
+        except Exception:
+            log.exception("transport did not stop cleanly")
+        await self.tasks.cancel_all()
+        self.store.close()
+        log.info("homeport stopped")
