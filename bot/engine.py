@@ -222,6 +222,52 @@ class Engine:
             await self.call(lambda c, i=info: c.api.start(i.id), what=f"starting {info.name}")
         return await self.containers(app)
 
+    # -- images and plain containers --------------------------------------
+
+    async def image_exists(self, ref: str) -> bool:
+        def look(c: docker.DockerClient) -> bool:
+            try:
+                c.api.inspect_image(ref)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+
+        return await self.call(look, what=f"looking up image {ref}")
+
+    async def import_image(self, tar_path: str, ref: str, changes: list[str]) -> None:
+        """`docker import` a root filesystem tarball (no registry needed)."""
+        repository, _, tag = ref.rpartition(":")
+
+        def do_import(c: docker.DockerClient) -> None:
+            with open(tar_path, "rb") as fh:
+                c.api.import_image_from_data(fh.read(), repository=repository, tag=tag, changes=changes)
+
+        await self.call(do_import, what=f"importing {ref}")
+
+    async def run_labelled(self, name: str, image: str, app: str, service: str, command: list[str],
+                           ports: dict[str, tuple[str, int]] | None = None) -> ContainerInfo:
+        """Create and start one managed container with homeport's labels."""
+
+        def run(c: docker.DockerClient) -> str:
+            host_config = c.api.create_host_config(
+                port_bindings=ports or None,
+                restart_policy={"Name": "unless-stopped"},
+                security_opt=["no-new-privileges:true"],
+            )
+            created = c.api.create_container(
+                image, command=command, name=name, host_config=host_config,
+                labels={APP_LABEL: app, SERVICE_LABEL: service},
+                ports=[int(p.split("/")[0]) for p in (ports or {})] or None,
+            )
+            c.api.start(created["Id"])
+            return created["Id"]
+
+        cid = await self.call(run, what=f"creating {name}")
+        infos = [i for i in await self.containers(app) if i.id == cid]
+        if not infos:
+            raise NotFound(f"container {name} vanished after creation")
+        return infos[0]
+
     # -- exits we caused ---------------------------------------------------
 
     def mark_intended(self, container_id: str) -> None:

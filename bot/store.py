@@ -41,6 +41,29 @@ MIGRATIONS: list[str] = [
         updated REAL NOT NULL
     );
     """,
+    # 3: installed apps (catalog issue): everything needed to recreate them
+    """
+    CREATE TABLE installs (
+        app TEXT PRIMARY KEY,
+        entry TEXT NOT NULL,          -- the catalog entry as used, JSON
+        settings TEXT NOT NULL,       -- setting values, JSON (secrets included: file is 0600)
+        digests TEXT NOT NULL,        -- service -> image digest, JSON
+        limits TEXT NOT NULL DEFAULT '{}',  -- owner's `limit` overrides, JSON
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    """,
+    # 4: outbox (monitoring issue): messages waiting for the transport
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created REAL NOT NULL,
+        recipient TEXT NOT NULL,
+        body TEXT NOT NULL,
+        delivered REAL
+    );
+    CREATE INDEX outbox_pending ON outbox (delivered, id);
+    """,
 ]
 
 
