@@ -100,7 +100,7 @@ def _wait_online(log_file: Path, proc: subprocess.Popen[bytes], timeout: float) 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        if log_file.exists() and "session started" in log_file.read_text(errors="replace"):
+        if log_file.exists() and "xmpp: online as" in log_file.read_text(errors="replace"):
             return True
         time.sleep(0.1)  # polling a condition with a deadline
     return False

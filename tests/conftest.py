@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.integration.docker_fixtures",
     "tests.integration.xmpp_fixtures",
+    "tests.integration.bot_fixtures",
 ]
