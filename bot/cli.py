@@ -21,11 +21,12 @@ from bot.config import load as load_config
 log = logging.getLogger("homeport")
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt  # journald stamps lines itself
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt, stream=sys.stderr)
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
     # slixmpp logs every stanza at DEBUG and chatty reconnect details at INFO.
     if not verbose:
         logging.getLogger("slixmpp").setLevel(logging.WARNING)
@@ -91,7 +92,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 async def _check(config: Config) -> int:
     from bot.engine import Engine
     from bot.errors import EngineError
-    from bot.xmpp import check_login
 
     problems = 0
     engine = Engine(config.docker.url, config.docker.timeout)
@@ -116,6 +116,39 @@ async def _check(config: Config) -> int:
             print(f"catalog: {', '.join(str(c) for c in config.catalog)} valid")
         problems += len(errors)
     return 1 if problems else 0
+
+
+async def check_login(cfg, timeout: float = 20.0) -> tuple[bool, str]:
+    """Log in once with the bot's account; (ok, reason)."""
+    from bot.xmpp import XmppTransport
+
+    async def ignore(_msg) -> None:
+        return None
+
+    online = asyncio.Event()
+
+    async def on_online() -> None:
+        online.set()
+
+    try:
+        transport = XmppTransport(cfg, frozenset(), ignore, on_online, connect_timeout=timeout)
+    except ValueError as exc:  # e.g. an unreadable CA file
+        return False, str(exc)
+    task = asyncio.ensure_future(transport.run())
+    deadline = asyncio.get_running_loop().time() + timeout
+    try:
+        # The transport retries forever; a check stops at the first failure.
+        while not online.is_set() and transport.last_error is None:
+            if asyncio.get_running_loop().time() > deadline:
+                return False, f"no session within {timeout:.0f} s"
+            await asyncio.sleep(0.05)
+        if online.is_set():
+            return True, ""
+        return False, transport.last_error or "unknown reason"
+    finally:
+        await transport.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -196,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging(args.verbose)
+    # The chat client and the demo share the terminal with a person: only
+    # warnings (why a connection failed) belong there.
+    _setup_logging(args.verbose, quiet=args.command in ("chat", "demo"))
     return args.func(args) or 0
 
 

@@ -214,6 +214,7 @@ def from_dict(data: Any, path: Path) -> Config:
     docker = DockerConfig(url=d.get("url"), timeout=float(d.get("timeout", 60.0)))
 
     cat_raw = data.get("catalog")
+    catalog: tuple[Path, ...]
     if cat_raw is None:
         catalog = (DEFAULT_CATALOG,)
     else:

@@ -183,3 +183,19 @@ async def test_sigterm_stops_cleanly(bot_factory):
     bot = bot_factory()
     assert bot.stop() == 0
     assert "homeport stopped" in bot.log_text()
+
+
+def test_check_reports_docker_and_xmpp(bot_factory, prosody):
+    bot = bot_factory(start=False)
+    proc = subprocess.run([sys.executable, "-m", "bot.cli", "check", "--config", str(bot.config_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"xmpp: logged in as {bot.jid}" in proc.stdout
+    assert "docker: engine" in proc.stdout
+
+    text = bot.config_path.read_text().replace(bot.account.password, "wrong-password")
+    bot.config_path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "bot.cli", "check", "--config", str(bot.config_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "xmpp: PROBLEM" in proc.stdout
