@@ -20,17 +20,23 @@ class AppLocks:
     def holder(self, app: str) -> str | None:
         return self._held.get(app)
 
-    @contextmanager
-    def hold(self, app: str, operation: str) -> Iterator[None]:
+    def acquire(self, app: str, operation: str) -> None:
         # Single-threaded asyncio: check-and-set cannot interleave.
         current = self._held.get(app)
         if current is not None:
             raise Busy(app, current)
         self._held[app] = operation
+
+    def release(self, app: str) -> None:
+        self._held.pop(app, None)
+
+    @contextmanager
+    def hold(self, app: str, operation: str) -> Iterator[None]:
+        self.acquire(app, operation)
         try:
             yield
         finally:
-            self._held.pop(app, None)
+            self.release(app)
 
     def busy(self) -> dict[str, str]:
         return dict(self._held)

@@ -157,20 +157,26 @@ class Router:
             await self.reply(sender, f"{exc}. Usage: {cmd.usage}")
             return
         line = _audit_line(cmd, words)
-        self.tasks.spawn(self._run(cmd, sender, args, line), name=f"command:{cmd.name}")
+        locked = args[cmd.lock] if cmd.lock else None
+        if locked is not None:
+            # Taken here, before the task is spawned, so two messages handled
+            # back to back cannot both get the app.
+            try:
+                self.locks.acquire(locked, cmd.name)
+            except Busy as exc:
+                await self.reply(sender, str(exc))
+                return
+        self.tasks.spawn(self._run(cmd, sender, args, line, locked), name=f"command:{cmd.name}")
 
-    async def _run(self, cmd: Command, sender: str, args: dict[str, Any], line: str) -> None:
+    async def _run(self, cmd: Command, sender: str, args: dict[str, Any], line: str,
+                   locked: str | None = None) -> None:
         ctx = Context(sender=sender, services=self.services, registry=self.registry,
                       reply=lambda r: self.reply(sender, r), ask=lambda q: self.ask(sender, q),
                       command_line=line)
         ok = False
         outcome = ""
         try:
-            if cmd.lock:
-                with self.locks.hold(args[cmd.lock], cmd.name):
-                    result = await cmd.handler(ctx, **args)
-            else:
-                result = await cmd.handler(ctx, **args)
+            result = await cmd.handler(ctx, **args)
             ok = True
             if result is not None:
                 outcome = _first_line(result)
@@ -195,6 +201,8 @@ class Router:
             await self.reply(sender, f"Internal error while running {cmd.name}: {exc.__class__.__name__}. "
                                      "Details are in the bot's log.")
         finally:
+            if locked is not None:
+                self.locks.release(locked)
             if self.audit is not None and cmd.name not in _UNAUDITED:
                 try:
                     self.audit(sender, line, outcome, ok)

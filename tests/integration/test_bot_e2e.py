@@ -199,3 +199,37 @@ def test_check_reports_docker_and_xmpp(bot_factory, prosody):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "xmpp: PROBLEM" in proc.stdout
+
+
+async def test_slow_stop_keeps_bot_answering_and_app_busy(bot_factory, owner_peer, labelled_containers):
+    app = labelled_containers.app_name("slow")
+    # `sleep` as PID 1 ignores SIGTERM: the stop waits out its 10 s grace period.
+    c = labelled_containers(app, ["sleep", "3600"], service="main")
+    bot = bot_factory()
+    owner_peer.send(bot.jid, f"stop {app}")
+    began = time.monotonic()
+    # Wait until the engine really is stopping it (the die event comes later).
+    busy = await ask(owner_peer, bot, f"restart {app}", r"busy")
+    assert busy == f"busy: stop of {app} in progress"
+    assert "pong" in await ask(owner_peer, bot, "ping", r"^pong")
+    answered_within = time.monotonic() - began
+    await owner_peer.wait_message(rf"{re.escape(app)} stopped in", timeout=40, sender=bot.jid)
+    assert answered_within < 8, f"ping answered only after {answered_within:.1f} s"
+    c.reload()
+    assert c.status == "exited"
+
+
+async def test_audit_log_and_presence_survive_restart(bot_factory, chat_peer, prosody, labelled_containers):
+    app = labelled_containers.app_name("pres")
+    labelled_containers(app, service="main")
+    bot = bot_factory()
+    owner = await chat_peer(prosody.owner, "desk")
+    owner.subscribe(bot.jid)  # the bot authorises owners, so its presence reaches us
+    pres = await owner.wait_presence(
+        lambda p: p["from"].bare == bot.jid and re.search(r"\d+ apps? running", p["status"] or ""), timeout=20)
+    assert pres["type"] in ("", "available")
+    await ask(owner, bot, f"restart {app}", r"restarted in", timeout=40)
+    assert bot.stop() == 0
+    bot.start()
+    history = await ask(owner, bot, "history", r"Recent actions")
+    assert f"restart {app}" in history
