@@ -67,6 +67,7 @@ class Router:
     def __init__(self, registry: Registry, owners: frozenset[str], services: Any, send: Send,
                  tasks: Tasks, locks: AppLocks, limits: LimitsConfig = LimitsConfig(),
                  audit: Callable[[str, str, str, bool], None] | None = None,
+                 journal: Any = None,
                  clock: Callable[[], float] = time.monotonic):
         self.registry = registry
         self.owners = owners
@@ -76,6 +77,7 @@ class Router:
         self.locks = locks
         self.limits = limits
         self.audit = audit
+        self.journal = journal  # a Store: begin/end rows for operations in flight
         self.clock = clock
         self.bucket = TokenBucket(limits.rate_burst, limits.rate_per_minute, clock)
         self._stranger_replied: dict[str, float] = {}
@@ -175,6 +177,7 @@ class Router:
                       command_line=line)
         ok = False
         outcome = ""
+        entry = self.journal.journal_begin(sender, locked, line) if self.journal and locked else None
         try:
             result = await cmd.handler(ctx, **args)
             ok = True
@@ -194,6 +197,7 @@ class Router:
             await self.reply(sender, str(exc))
         except asyncio.CancelledError:
             outcome = "interrupted (bot shutting down)"
+            entry = None  # keep the journal row: the owner hears of it after restart
             raise
         except Exception as exc:  # a bug: tell the owner briefly, log the traceback
             log.exception("command %r failed", line)
@@ -203,6 +207,8 @@ class Router:
         finally:
             if locked is not None:
                 self.locks.release(locked)
+            if entry is not None:
+                self.journal.journal_end(entry)
             if self.audit is not None and cmd.name not in _UNAUDITED:
                 try:
                     self.audit(sender, line, outcome, ok)

@@ -64,6 +64,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_pending ON outbox (delivered, id);
     """,
+    # 5: journal of app operations in flight; a row left behind means the
+    # bot died during the operation, and the owner is told after restart
+    """
+    CREATE TABLE journal (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        sender TEXT NOT NULL,
+        app TEXT NOT NULL,
+        command TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -74,6 +85,15 @@ class AuditEntry:
     command: str
     outcome: str
     ok: bool
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    id: int
+    ts: float
+    sender: str
+    app: str
+    command: str
 
 
 class Store:
@@ -122,6 +142,20 @@ class Store:
         rows = self.db.execute("SELECT ts, sender, command, outcome, ok FROM audit ORDER BY id DESC LIMIT ?",
                                (limit,)).fetchall()
         return [AuditEntry(r["ts"], r["sender"], r["command"], r["outcome"], bool(r["ok"])) for r in rows]
+
+    # -- operations in flight ----------------------------------------------
+
+    def journal_begin(self, sender: str, app: str, command: str) -> int:
+        cur = self.db.execute("INSERT INTO journal (ts, sender, app, command) VALUES (?, ?, ?, ?)",
+                              (time.time(), sender, app, command))
+        return int(cur.lastrowid)
+
+    def journal_end(self, entry_id: int) -> None:
+        self.db.execute("DELETE FROM journal WHERE id=?", (entry_id,))
+
+    def journal_open(self) -> list[JournalEntry]:
+        rows = self.db.execute("SELECT id, ts, sender, app, command FROM journal ORDER BY id").fetchall()
+        return [JournalEntry(r["id"], r["ts"], r["sender"], r["app"], r["command"]) for r in rows]
 
     # -- small keyed state -------------------------------------------------
 
