@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.commandkit import Context, UnknownApp
 from bot.durations import format_duration
+from bot.errors import UserError
 
 # ANSI escape sequences and C0/C1 control characters other than tab and
 # newline: log output may carry terminal colours or raw bytes that chat
@@ -34,11 +35,31 @@ async def known_apps(ctx: Context) -> list[str]:
     return sorted(n for n in names if n)
 
 
+def installed_names(ctx: Context) -> list[str]:
+    """Apps installed from the catalog (when that feature is present)."""
+    installed = getattr(ctx.services, "installed_names", None)
+    return list(installed()) if installed is not None else []
+
+
+async def no_such_app(ctx: Context, app: str) -> UserError:
+    """The error for an app without containers: an installed app whose
+    containers are gone says so; anything else is an unknown app."""
+    if app in installed_names(ctx):
+        return UserError(f"{app} is installed but has no containers (removed by hand?). `remove {app}` then "
+                         f"`install {app}` recreates it; its data volumes are kept.")
+    return UnknownApp(app, await known_apps(ctx))
+
+
+def installed_rows(ctx: Context, present: Any, width: int) -> list[tuple[str, ...]]:
+    """Status rows for installed apps that have no container at all."""
+    return [(name, "no containers") + ("-",) * (width - 2) for name in installed_names(ctx) if name not in present]
+
+
 async def app_containers(ctx: Context, app: str) -> list[Any]:
     """The app's containers, or UnknownApp with a suggestion."""
     infos = await ctx.engine.containers(app)
     if not infos:
-        raise UnknownApp(app, await known_apps(ctx))
+        raise await no_such_app(ctx, app)
     return infos
 
 

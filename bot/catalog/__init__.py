@@ -18,8 +18,8 @@ file, the app and the field. The package, one job per module:
 - `readers`, `fields`: typed readers and Compose-style field parsers
 - `parse`: one app, with the checks that span it
 - `model`: the dataclasses and their JSON round trip
-- `settings`: owner answers, secrets and ``{{ name }}`` substitution
-- this module: files and folders (`load_catalog`, `check_dirs`)
+- `settings`: owner answers, secrets, ``{{ name }}`` substitution, `limit` values
+- this module: files and folders (`load_catalog`, `scan_catalog`, `check_dirs`)
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from bot.catalog.readers import NAME_RE
 from bot.catalog.settings import (
     format_value,
     generate_secret,
+    limits_from_words,
     missing_settings,
     render,
     resolve_values,
@@ -85,6 +86,7 @@ __all__ = [
     "derive_tag_pattern",
     "format_value",
     "generate_secret",
+    "limits_from_words",
     "load_catalog",
     "missing_settings",
     "parse_app",
@@ -93,6 +95,7 @@ __all__ = [
     "read_app",
     "render",
     "resolve_values",
+    "scan_catalog",
     "validate_setting",
 ]
 
@@ -177,6 +180,25 @@ def load_catalog(dirs: Sequence[Path]) -> Catalog:
         raise errors[0]
     log.info("catalog: %d apps from %s", len(apps), ", ".join(str(d) for d in dirs))
     return Catalog(apps=MappingProxyType(dict(sorted(apps.items()))))
+
+
+def scan_catalog(dirs: Sequence[Path]) -> tuple[Catalog, list[CatalogError]]:
+    """For the running bot: the apps whose files are valid, and every problem.
+
+    Unlike `load_catalog`, a broken file does not stop the bot, which must
+    stay reachable from chat to run the apps already installed. An app with a
+    broken file in any folder is left out entirely, so that a broken
+    override never silently falls back to the shipped entry it meant to
+    replace."""
+    apps, errors = _scan(dirs)
+    broken = {Path(e.file).stem for e in errors if Path(e.file).suffix in (".yaml", ".yml")}
+    for name in broken:
+        if apps.pop(name, None) is not None:
+            log.warning("catalog: %s left out: one of its files has problems", name)
+    for error in errors:
+        log.error("catalog: %s", error)
+    log.info("catalog: %d apps from %s", len(apps), ", ".join(str(d) for d in dirs))
+    return Catalog(apps=MappingProxyType(dict(sorted(apps.items())))), errors
 
 
 def check_dirs(dirs: Sequence[Path]) -> list[str]:

@@ -11,8 +11,9 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from bot.catalog.errors import SettingError
-from bot.catalog.model import PLACEHOLDER_RE, App, Setting, SettingValue, compiled
+from bot.catalog.errors import Invalid, SettingError
+from bot.catalog.fields import parse_limits
+from bot.catalog.model import LIMIT_KEYS, PLACEHOLDER_RE, App, Limits, Setting, SettingValue, compiled
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +175,28 @@ def render(app: App, values: Mapping[str, SettingValue]) -> App:
         backup = replace(backup, pre=replace(backup.pre, command=sub_all(backup.pre.command) or ()))
     notes = None if app.notes is None else sub(app.notes)
     return replace(app, services=tuple(services), backup=backup, notes=notes)
+
+
+def limits_from_words(words: Mapping[str, str]) -> Limits:
+    """The owner's `limit` values (memory=512m cpus=0.5 pids=200) as Limits,
+    checked with the catalog's own bounds; SettingError names the bad one."""
+    typed: dict[str, Any] = {}
+    for key, text in words.items():
+        if key not in LIMIT_KEYS:
+            raise SettingError(key, f"not a limit (use {', '.join(LIMIT_KEYS)})")
+        text = text.strip()
+        if key == "memory":
+            typed[key] = text
+        elif key == "cpus":
+            try:
+                typed[key] = float(text)
+            except ValueError:
+                raise SettingError(key, f"{text!r} is not a number of CPUs (e.g. 0.5 or 2)") from None
+        else:
+            if not re.fullmatch(r"\d{1,9}", text):
+                raise SettingError(key, f"{text!r} is not a whole number")
+            typed[key] = int(text)
+    try:
+        return parse_limits(typed, "limit")
+    except Invalid as exc:
+        raise SettingError(exc.field.removeprefix("limit."), exc.reason) from None
