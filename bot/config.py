@@ -17,7 +17,9 @@ from typing import Any
 
 import yaml
 
+from bot.commandkit import APP_NAME
 from bot.incoming import normalise_jid
+from bot.monitor.rules import HOST, HOST_ONLY_FIELDS, ThresholdPolicy, Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,36 @@ def _check(data: Any, schema: dict[str, tuple[Any, bool]], where: str, path: Pat
     return data
 
 
+def _check_thresholds(thresholds: dict[str, Any], apps: dict[Any, Any], path: Path) -> None:
+    """Alert thresholds judged by the rules themselves, one key at a time, so
+    the error names the exact key (a typo must not silently keep a default)."""
+    base = Thresholds()
+    for key, value in thresholds.items():
+        try:
+            base = base.with_overrides({key: value})
+        except ValueError as exc:
+            raise ConfigError(f"{path}: 'monitor.thresholds.{key}': {exc}") from None
+    for app, overrides in apps.items():
+        where = f"monitor.apps.{app}"
+        if not isinstance(app, str) or not APP_NAME.match(app):
+            raise ConfigError(f"{path}: '{where}': not an app name (lowercase letters, digits, '-')")
+        if app == HOST:
+            raise ConfigError(f"{path}: '{where}': 'host' is reserved for host alerts; set them in monitor.thresholds")
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"{path}: '{where}' must be a mapping of thresholds, not {overrides!r}")
+        for key, value in overrides.items():
+            if key in HOST_ONLY_FIELDS:
+                raise ConfigError(f"{path}: '{where}.{key}': host thresholds can only be set in monitor.thresholds")
+            try:
+                base.with_overrides({key: value})
+            except ValueError as exc:
+                raise ConfigError(f"{path}: '{where}.{key}': {exc}") from None
+    try:
+        ThresholdPolicy.from_config(thresholds, apps)
+    except ValueError as exc:  # a combination no single key shows
+        raise ConfigError(f"{path}: 'monitor': {exc}") from None
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else (base / p)
@@ -233,6 +265,7 @@ def from_dict(data: Any, path: Path) -> Config:
     interval = float(m.get("interval", 10.0))
     if interval <= 0:
         raise ConfigError(f"{path}: 'monitor.interval' must be positive")
+    _check_thresholds(m.get("thresholds") or {}, m.get("apps") or {}, path)
     monitor = MonitorConfig(interval=interval, thresholds=dict(m.get("thresholds") or {}),
                             apps={str(k): dict(v or {}) for k, v in (m.get("apps") or {}).items()})
 

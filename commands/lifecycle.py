@@ -4,11 +4,15 @@ restart, logs."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
+from typing import Any
 
 from bot.commandkit import Arg, CommandGroup, Context, app_arg
 from bot.durations import format_seconds_short
 from bot.replies import Lines, Many, Table, Text
-from commands.common import app_containers, app_state, clean_text, image_tag, state_text, uptime_text
+from commands import figures
+from commands.common import (app_containers, app_state, clean_text, image_tag, installed_rows, no_such_app,
+                             state_text, uptime_text)
 
 group = CommandGroup("lifecycle")
 
@@ -16,16 +20,55 @@ LOG_LINES_DEFAULT = 50
 LOG_LINES_MAX = 500
 
 
-@group.command("status", "Every app with its state, uptime and image tag; or one app's containers.",
+@group.command("status", "Every app with its state, uptime, image tag, CPU and memory; or one app's containers.",
                args=[app_arg(optional=True)])
 async def status(ctx: Context, app: str | None) -> Table | Text:
+    monitor = getattr(ctx.services, "monitor", None)
+    if monitor is None:  # no monitor (bare command tests): the engine's own listing, without figures
+        return await _app_details(ctx, app) if app is not None else await _engine_listing(ctx)
+    # States from one list call, figures from the latest background sample:
+    # never a stats call per command (about a second per container).
+    samples = await monitor.current(app)
     if app is not None:
-        return await _app_details(ctx, app)
+        if not samples:
+            raise await no_such_app(ctx, app)
+        return _sampled_details(app, samples, monitor.latest)
+    grouped: dict[str, list] = {}
+    for sample in samples:
+        grouped.setdefault(sample.app, []).append(sample)
+    rows = []
+    for name, items in sorted(grouped.items()):
+        main = next((i for i in items if i.running), items[0])
+        rows.append((name, app_state(items), uptime_text(main), image_tag(main.image),
+                     figures.app_cpu(items), figures.app_memory(items)))
+    rows = sorted(rows + installed_rows(ctx, grouped, 6))
+    latest = monitor.latest
+    title = figures.host_line(latest.host) if latest is not None and latest.host is not None else \
+        f"({figures.sample_age(None, datetime.now(timezone.utc))})"
+    firing = len(monitor.firing())
+    if firing:
+        title += f" · {firing} alert{'s' if firing != 1 else ''} firing (`alerts`)"
+    return Table(rows=tuple(rows), header=("app", "state", "up", "version", "cpu", "mem"), title=title,
+                 empty="No apps yet. Containers labelled homeport.app=<name> show up here.")
+
+
+def _sampled_details(app: str, samples: list, latest: Any) -> Table:
+    rows = tuple(
+        (s.service, state_text(s), uptime_text(s), s.image, figures.container_cpu(s), figures.container_memory(s),
+         f"restarts {s.restart_count}", s.id[:12])
+        for s in samples
+    )
+    age = figures.sample_age(latest.taken_at if latest is not None else None, datetime.now(timezone.utc))
+    return Table(rows=rows, title=f"{app}: {app_state(samples)} ({age})")
+
+
+async def _engine_listing(ctx: Context) -> Table:
     apps = await ctx.engine.apps()
     rows = []
     for name, infos in sorted(apps.items()):
         main = next((i for i in infos if i.running), infos[0])
         rows.append((name, app_state(infos), uptime_text(main), image_tag(main.image)))
+    rows = sorted(rows + installed_rows(ctx, apps, 4))
     return Table(rows=tuple(rows), header=("app", "state", "up", "version"),
                  empty="No apps yet. Containers labelled homeport.app=<name> show up here.")
 
@@ -55,7 +98,11 @@ async def start(ctx: Context, app: str) -> Text:
 
 @group.command("stop", "Stop an app's containers (dependants first).", args=[app_arg()], lock="app")
 async def stop(ctx: Context, app: str) -> Text:
-    return await _act(ctx, app, "stop", "stopped")
+    reply = await _act(ctx, app, "stop", "stopped")
+    monitor = getattr(ctx.services, "monitor", None)
+    if monitor is not None:
+        monitor.forget(app)  # stopped on purpose: its alerts end without a word
+    return reply
 
 
 @group.command("restart", "Stop and start an app's containers.", args=[app_arg()], lock="app")

@@ -9,6 +9,12 @@
   conditions.
 - ``alerts``: the per (rule, app) alert state machine with hysteresis,
   cooldown and mutes, producing the notices to send.
+- ``sampler``: the background tick: one container list call, inspect only
+  what changed, cgroup reads (stats API fallback), host figures → Snapshot.
+- ``incidents``: which exits are crashes, and the words for crash, OOM,
+  health and engine-outage notices.
+- ``service``: the Monitor tying sampler, Docker events and the alert book
+  together, with the outbox (``bot.outbox``) as its voice.
 
 Nothing here imports ``docker``: the engine feeds container lists and events in.
 """

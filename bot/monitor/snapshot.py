@@ -33,6 +33,12 @@ class ContainerSample:
     mem_used: int | None  # bytes, without inactive page cache
     mem_limit: int | None  # bytes; None when unlimited
     pids: int | None
+    image: str = ""  # the reference it was created from, for `status`
+    oom_killed: bool = False  # Docker's State.OOMKilled of its last exit
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
 
     @property
     def mem_percent(self) -> float | None:

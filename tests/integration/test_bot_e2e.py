@@ -38,7 +38,8 @@ async def test_commands_on_real_containers(bot_factory, owner_peer, labelled_con
 
     status = await ask(owner_peer, bot, "Status", re.escape(app))
     line = next(x for x in status.splitlines() if x.startswith(app))
-    assert re.search(rf"^{re.escape(app)}\s+running\s+\S+\s+1$", line), line
+    # app, state, uptime, version, then the sampled CPU and memory ("-" before the first sample)
+    assert re.search(rf"^{re.escape(app)}\s+running\s+\S+\s+1\s+\S+\s+\S+$", line), line
 
     details = await ask(owner_peer, bot, f"status {app}", rf"^{re.escape(app)}: running")
     assert re.search(r"^db\s+running", details.splitlines()[1])
@@ -233,3 +234,23 @@ async def test_audit_log_and_presence_survive_restart(bot_factory, chat_peer, pr
     bot.start()
     history = await ask(owner, bot, "history", r"Recent actions")
     assert f"restart {app}" in history
+
+
+async def test_bot_killed_mid_operation_reports_it_after_restart(bot_factory, chat_peer, prosody,
+                                                                 labelled_containers):
+    app = labelled_containers.app_name("kill")
+    labelled_containers(app, ["sleep", "3600"], service="main")  # a 10 s stop
+    bot = bot_factory()
+    owner = await chat_peer(prosody.owner, "pc")
+    owner.send(bot.jid, f"stop {app}")
+    assert await ask(owner, bot, f"restart {app}", r"busy") == f"busy: stop of {app} in progress"
+    bot.kill()  # SIGKILL: no cleanup at all
+    bot.start()
+    report = await owner.wait_message(r"was stopped during", timeout=30, sender=bot.jid)
+    assert f"`stop {app}`" in report and "did not finish" in report
+    assert re.search(rf"{re.escape(app)} now: main (running|exited)", report), report
+    # Reported once: a second restart does not repeat it.
+    assert bot.stop() == 0
+    bot.start()
+    assert "pong" in await ask(owner, bot, "ping", r"^pong")
+    assert await owner.expect_silence(0.5, sender=bot.jid) == []
