@@ -26,7 +26,7 @@ from typing import Any
 import docker
 import pytest
 
-from tests.integration.docker_fixtures import APP_LABEL, LabelledContainers, _pid_alive, remove_labelled
+from tests.integration.docker_fixtures import APP_LABEL, LabelledContainers, _pid_alive, label_values, remove_labelled
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,7 @@ async def until(predicate: Callable[[], Any], timeout: float, what: str, interva
 
 def sweep_dead_copies(client: docker.DockerClient) -> None:
     """Remove the objects of test-catalog copies whose pytest is gone."""
-    apps: set[str] = set()
-    for container in client.containers.list(all=True, filters={"label": APP_LABEL}):
-        apps.add(container.labels.get(APP_LABEL, ""))
-    for network in client.networks.list(filters={"label": APP_LABEL}):
-        apps.add((network.attrs.get("Labels") or {}).get(APP_LABEL, ""))
-    for volume in client.volumes.list(filters={"label": APP_LABEL}):
-        apps.add((volume.attrs.get("Labels") or {}).get(APP_LABEL, ""))
-    for app in sorted(apps):
+    for app in sorted(label_values(client, APP_LABEL)):
         match = COPY_NAME.match(app)
         if match and not _pid_alive(int(match.group(1))):
             removed = remove_labelled(client, f"{APP_LABEL}={app}")

@@ -111,17 +111,18 @@ def remove_labelled(client: docker.DockerClient, label: str) -> list[str]:
     return removed
 
 
+def label_values(client: docker.DockerClient, label: str) -> set[str]:
+    """Every value of `label` on containers, networks and volumes."""
+    values = {c.labels.get(label, "") for c in client.containers.list(all=True, filters={"label": label})}
+    for obj in [*client.networks.list(filters={"label": label}), *client.volumes.list(filters={"label": label})]:
+        values.add((obj.attrs.get("Labels") or {}).get(label, ""))
+    return values
+
+
 def sweep_dead_sessions(client: docker.DockerClient) -> None:
     """Remove what test sessions that no longer run left behind (a killed
     pytest cannot tear down); live sessions, e.g. a colleague's, are kept."""
-    pids: set[str] = set()
-    for container in client.containers.list(all=True, filters={"label": PID_LABEL}):
-        pids.add(container.labels.get(PID_LABEL, ""))
-    for volume in client.volumes.list(filters={"label": PID_LABEL}):
-        pids.add((volume.attrs.get("Labels") or {}).get(PID_LABEL, ""))
-    for network in client.networks.list(filters={"label": PID_LABEL}):
-        pids.add((network.attrs.get("Labels") or {}).get(PID_LABEL, ""))
-    for pid in sorted(pids):
+    for pid in sorted(label_values(client, PID_LABEL)):
         if pid.isdigit() and not _pid_alive(int(pid)):
             removed = remove_labelled(client, f"{PID_LABEL}={pid}")
             log.info("removed leftovers of dead test session %s: %s", pid, ", ".join(removed))
