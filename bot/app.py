@@ -92,7 +92,7 @@ class Homeport:
         self.services.extras.update(catalog=apps, catalog_problems=problems, installs=installs,
                                     installer=Installer(self.engine, installs), installed_names=installs.names)
         # Everything the bot says on its own goes through the outbox (persisted first).
-        self.outbox = Outbox(self.store, self._transport_send)
+        self.outbox = Outbox(self.store, self._transport_send, confirm=self._transport_confirm)
         self.monitor = Monitor(self.engine, self.store, self.outbox, config.owners, config.monitor,
                                config.state_dir, self.tasks, on_change=self.refresh_presence,
                                catalog_thresholds=partial(installed_thresholds, installs))
@@ -113,6 +113,10 @@ class Homeport:
 
     async def _transport_send(self, to: str, text: str) -> bool:
         return await self.transport.send(to, text)
+
+    async def _transport_confirm(self) -> bool:
+        confirm = getattr(self.transport, "confirm", None)
+        return True if confirm is None else await confirm()
 
     async def notify_owners(self, text: str) -> None:
         for owner in sorted(self.config.owners):
@@ -153,7 +157,8 @@ class Homeport:
                 log.exception("presence update failed")
             await asyncio.sleep(PRESENCE_INTERVAL_S)
 
-    async def run(self) -> None:
+    async def run(self) -> int:
+        """Run until stopped; the exit status (1 when the transport died)."""
         log.info("homeport starting: owners %s, state in %s", ", ".join(sorted(self.config.owners)),
                  self.config.state_dir)
         try:
@@ -175,6 +180,11 @@ class Homeport:
             # commands it sent; an XMPP session ending means shutdown anyway.
             await self.tasks.drain("command:", timeout=COMMAND_DRAIN_S)
             await self.shutdown()
+        if transport_task.done() and not transport_task.cancelled() and transport_task.exception():
+            # Exit non-zero so a supervisor (systemd Restart=on-failure) restarts us.
+            log.error("the chat transport failed: %s", transport_task.exception())
+            return 1
+        return 0
 
     async def _report_interrupted(self) -> None:
         """Operations the previous run died in: tell the owners what they

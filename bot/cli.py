@@ -40,14 +40,14 @@ def _load(path: str) -> Config:
         raise SystemExit(2) from None
 
 
-async def _run_app(app) -> None:
+async def _run_app(app) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, app.stop)
         except (NotImplementedError, RuntimeError):
             pass
-    await app.run()
+    return await app.run()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -59,8 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def transport(on_message, on_online):
         return XmppTransport(config.xmpp, config.owners, on_message, on_online)
 
-    asyncio.run(_run_app(Homeport(config, transport)))
-    return 0
+    return asyncio.run(_run_app(Homeport(config, transport)))
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -79,8 +78,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     def transport(on_message, on_online):
         return ConsoleTransport(owner, on_message, on_online)
 
-    asyncio.run(_run_app(Homeport(config, transport)))
-    return 0
+    return asyncio.run(_run_app(Homeport(config, transport)))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -115,7 +115,8 @@ def _keyvalues(words: Sequence[str]) -> dict[str, str]:
     for w in words:
         key, sep, value = w.partition("=")
         if not sep or not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", key):
-            raise BadArguments(f"expected name=value, got {w!r}")
+            # Only the key: the value may be a password.
+            raise BadArguments(f"expected name=value with a lower-case name, got {key[:40]!r}")
         if key in out:
             raise BadArguments(f"{key} given twice")
         out[key] = value
@@ -144,7 +145,7 @@ def _convert(arg: Arg, word: str) -> Any:
 
         try:
             return parse_duration(word)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             raise BadArguments(str(exc)) from None
     if arg.choices:
         low = word.lower()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ from bot.monitor.rules import HOST, HOST_ONLY_FIELDS, ThresholdPolicy, Threshold
 log = logging.getLogger(__name__)
 
 PASSWORD_ENV = "HOMEPORT_XMPP_PASSWORD"
+# local@domain without the characters RFC 7622 forbids in a local part (and
+# no spaces anywhere): a malformed owner would otherwise load, and then fail
+# every delivery to it at send time.
+BARE_JID = re.compile(r"^[^\s\"&'/:<>@]{1,1023}@[^\s\"&'/:<>@]{1,1023}$")
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "catalog"
 
 
@@ -223,7 +228,7 @@ def from_dict(data: Any, path: Path) -> Config:
     if "password" in x:
         _warn_if_readable(path)
     jid = x["jid"]
-    if "@" not in jid or "/" in jid:
+    if not BARE_JID.match(jid):
         raise ConfigError(f"{path}: 'xmpp.jid' must be a bare JID like bot@example.org, not {jid!r}")
     port = x.get("port", 5222)
     if not 1 <= port <= 65535:
@@ -236,7 +241,7 @@ def from_dict(data: Any, path: Path) -> Config:
     owners_raw = data["owners"]
     owners = set()
     for o in owners_raw:
-        if not isinstance(o, str) or "@" not in o or "/" in o:
+        if not isinstance(o, str) or not BARE_JID.match(o):
             raise ConfigError(f"{path}: 'owners' entries must be bare JIDs like alice@example.org, not {o!r}")
         owners.add(normalise_jid(o))
     if not owners:

@@ -150,7 +150,10 @@ class Engine:
             raise NotFound(_explain(exc)) from None
         except docker.errors.APIError as exc:
             raise EngineError(f"{what} failed: {_explain(exc)}") from None
-        except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
+        except requests.exceptions.Timeout:
+            # docker-py's own HTTP timeout fired before ours: same meaning.
+            raise EngineTimeout(f"{what} took longer than the engine's answer timeout") from None
+        except (requests.exceptions.RequestException, ConnectionError, FileNotFoundError) as exc:
             self._drop_client()
             raise EngineUnavailable() from exc
         except docker.errors.DockerException as exc:
@@ -280,7 +283,9 @@ class Engine:
         self._intended[container_id] = now
 
     def exit_was_intended(self, container_id: str) -> bool:
-        t = self._intended.get(container_id)
+        """True once for the exit we caused: the mark is used up, so a crash
+        soon after a `restart` is still a crash."""
+        t = self._intended.pop(container_id, None)
         return t is not None and time.monotonic() - t < INTENDED_EXIT_WINDOW_S
 
     # -- monitoring ----------------------------------------------------------

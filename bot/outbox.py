@@ -11,11 +11,11 @@ that had been up and went down, or it was raised before the bot restarted,
 or it is older than ``LATE_AFTER_S`` anyway (a notice raised while the bot
 is still logging in after its start is not late for that alone).
 
-Delivery is at least once: a message handed to the transport just before the
-bot died, and not yet marked, is sent again after the restart. The transport
-reports a message as taken when it was written to the server connection;
-without stream management (XEP-0198) a connection that dies in that very
-moment can still lose it.
+Delivery is at least once: a batch is marked delivered only after the
+transport confirms the server has taken it (a ping round trip after the
+batch: a stream is in order), so a connection that died silently under the
+batch leaves it pending for the next session; a message handed over just
+before the bot died, and not yet marked, is sent again after the restart.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ LATE_AFTER_S = 5.0
 KEEP_DELIVERED_S = 7 * 86400.0
 
 Send = Callable[[str, str], Awaitable[bool]]
+Confirm = Callable[[], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,12 @@ def as_delivered(message: OutboxMessage, now: float, late: bool) -> str:
 
 class Outbox:
     def __init__(self, store: Store, send: Send, *, clock: Callable[[], float] = time.time,
-                 late_after: float = LATE_AFTER_S) -> None:
+                 late_after: float = LATE_AFTER_S, confirm: Confirm | None = None) -> None:
         self.store = store
         self.send = send
+        # Asked after a batch: has the server really taken what we wrote?
+        # Without it, "written to the socket" counts as delivered.
+        self.confirm = confirm
         self.clock = clock
         self.late_after = late_after
         self._lock = asyncio.Lock()  # one delivery pass at a time keeps the order
@@ -102,9 +106,10 @@ class Outbox:
         return (message.id in self._held or message.created < self._started
                 or now - message.created >= self.late_after)
 
-    def _next(self) -> OutboxMessage | None:
+    def _next_after(self, after: int) -> OutboxMessage | None:
         row = self.store.db.execute(
-            "SELECT id, created, recipient, body FROM outbox WHERE delivered IS NULL ORDER BY id LIMIT 1").fetchone()
+            "SELECT id, created, recipient, body FROM outbox WHERE delivered IS NULL AND id > ? ORDER BY id LIMIT 1",
+            (after,)).fetchone()
         return OutboxMessage(row["id"], row["created"], row["recipient"], row["body"]) if row else None
 
     async def flush(self) -> int:
@@ -114,16 +119,32 @@ class Outbox:
         """
         delivered = 0
         async with self._lock:
-            while (message := self._next()) is not None:
+            sent: list[tuple[OutboxMessage, float, bool]] = []
+            after = 0
+            while (message := self._next_after(after)) is not None:
+                after = message.id
                 now = self.clock()
                 late = self.is_late(message, now)
-                if not await self.send(message.recipient, as_delivered(message, now, late)):
-                    pending = self.pending()
-                    if self._was_online:  # the link went down, rather than not being up yet
-                        self._held.update(m.id for m in pending)
-                    waiting = len(pending)
-                    log.info("outbox: transport offline; %d message%s waiting", waiting, "" if waiting == 1 else "s")
+                try:
+                    ok = await self.send(message.recipient, as_delivered(message, now, late))
+                except Exception:
+                    # A message the transport cannot take at all (say, a bad
+                    # address) must not block every later one.
+                    log.exception("outbox: message %d to %s cannot be sent; dropped", message.id, message.recipient)
+                    self.store.db.execute("UPDATE outbox SET delivered=? WHERE id=?", (now, message.id))
+                    continue
+                if not ok:
+                    self._offline()
                     break
+                sent.append((message, now, late))
+            if sent and self.confirm is not None and not await self.confirm():
+                # Not confirmed: they stay pending and go again after the
+                # reconnect (at least once beats at most once for alerts),
+                # marked late: they were raised in a session that died.
+                self._was_online = True
+                self._offline()
+                sent = []
+            for message, now, late in sent:
                 self.store.db.execute("UPDATE outbox SET delivered=? WHERE id=?", (now, message.id))
                 self._held.discard(message.id)
                 self._was_online = True
@@ -133,6 +154,13 @@ class Outbox:
                              message.id, message.recipient, now - message.created)
             self._prune()
         return delivered
+
+    def _offline(self) -> None:
+        pending = self.pending()
+        if self._was_online:  # the link went down, rather than not being up yet
+            self._held.update(m.id for m in pending)
+        waiting = len(pending)
+        log.info("outbox: transport offline; %d message%s waiting", waiting, "" if waiting == 1 else "s")
 
     def _prune(self) -> None:
         self.store.db.execute("DELETE FROM outbox WHERE delivered IS NOT NULL AND delivered < ?",

@@ -106,13 +106,22 @@ class Router:
             return
         if msg.delayed:
             # Offline delivery: a `restart` typed hours ago must not run now.
-            shown = text if len(text) <= 80 else text[:80] + "…"
+            # Quote the command, not its values: they may hold a password.
+            first = text.split()[0][:40]
+            shown = text if len(text) <= 80 and "=" not in text else first + " …"
             await self.reply(sender, f"This message arrived late (sent while I was offline), so I did not "
                                      f"run it: «{shown}». Send it again if you still want it.")
             log.info("delayed message from %s not executed", sender)
             return
         question = self._questions.get(sender)
         if question is not None and not question.future.done():
+            first = text.split()[0].lower()
+            if first != "cancel" and self.registry.get(first) is not None:
+                # An owner who drifted away from a question and typed a
+                # command must not have it taken as the answer.
+                await self.reply(sender, f"That looks like a command; I am still waiting for an answer to: "
+                                         f"{question.prompt}\nAnswer it, or send `cancel`.")
+                return
             question.future.set_result(text)
             return
         await self._command(sender, text)
@@ -177,8 +186,10 @@ class Router:
                       command_line=line)
         ok = False
         outcome = ""
-        entry = self.journal.journal_begin(sender, locked, line) if self.journal and locked else None
+        entry = None
         try:
+            if self.journal is not None and locked is not None:
+                entry = self.journal.journal_begin(sender, locked, line)
             result = await cmd.handler(ctx, **args)
             ok = True
             if result is not None:

@@ -278,6 +278,22 @@ class XmppTransport:
         client.send_message(mto=JID(to), mbody=text, mtype="chat")
         return True
 
+    async def confirm(self, timeout: float = 10.0) -> bool:
+        """True once the server answered a ping sent after everything we sent
+        so far: a stream is in order, so the server has taken those stanzas.
+        False when offline or unanswered (the messages may be lost)."""
+        client = self._client
+        if not self._online or client is None:
+            return False
+        try:
+            await client.plugin["xep_0199"].ping(timeout=timeout)
+        except IqError:
+            pass  # an error reply is still an answer, in order
+        except (IqTimeout, Exception) as exc:  # a dying session may fail in other ways too
+            log.warning("xmpp: delivery not confirmed: %s", exc.__class__.__name__)
+            return False
+        return True
+
     async def stop(self) -> None:
         """Leave the server and make `run()` return; waits for that (bounded)."""
         self._stopping.set()
@@ -395,6 +411,11 @@ class XmppTransport:
         self._online = True
         self.sessions += 1
         client.send_presence(pstatus=self._status or None)
+        # Once the server answers a ping sent after the presence, it has
+        # processed the presence (a stream is in order): from then on a
+        # message to us is delivered live, not stored as offline. Only then
+        # do we say we are online.
+        await self.confirm(timeout=self._keepalive_timeout)
         log.info("xmpp: online as %s (TLS verified)", client.boundjid.full)
         if self._on_online is not None:
             try:

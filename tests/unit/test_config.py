@@ -83,3 +83,10 @@ def test_world_readable_password_warns(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         load(write(tmp_path, GOOD, mode=0o600))
     assert not any("readable by other users" in r.message for r in caplog.records)
+
+
+def test_malformed_owner_jid_refused(tmp_path):
+    p = write(tmp_path, GOOD.replace("owners: [Alice@Example.org]", "owners: ['alice smith@example.org']"))
+    with pytest.raises(ConfigError) as err:
+        load(p)
+    assert "'owners' entries must be bare JIDs" in str(err.value)

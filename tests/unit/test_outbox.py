@@ -165,3 +165,38 @@ def test_as_delivered() -> None:
     message = OutboxMessage(1, T0, "a@b", "text")
     assert as_delivered(message, T0 + 100, late=False) == "text"
     assert as_delivered(message, T0 + 100, late=True) == "[raised 14:02 UTC] text"
+
+
+async def test_unconfirmed_batch_stays_pending_and_goes_again(store: Store) -> None:
+    transport = FakeTransport(store)
+    confirmed = [False]
+
+    async def confirm() -> bool:
+        return confirmed[0]
+
+    outbox = Outbox(store, transport.send, clock=Clock(), confirm=confirm)
+    outbox.put("alice@example.org", "ALERT web: crashed")
+    outbox.put("alice@example.org", "ALERT db: out of memory")
+    assert await outbox.flush() == 0  # written, but the server never answered
+    assert [m.body for m in outbox.pending()] == ["ALERT web: crashed", "ALERT db: out of memory"]
+    confirmed[0] = True
+    assert await outbox.flush() == 2
+    assert outbox.pending() == []
+    assert [t for _, t in transport.sent][-2:] == [
+        "[raised 14:02 UTC] ALERT web: crashed", "[raised 14:02 UTC] ALERT db: out of memory"]
+
+
+async def test_a_message_the_transport_cannot_take_does_not_block_the_rest(store: Store) -> None:
+    transport = FakeTransport(store)
+
+    async def send(to: str, text: str) -> bool:
+        if " " in to:
+            raise ValueError("invalid JID")
+        return await transport.send(to, text)
+
+    outbox = Outbox(store, send, clock=Clock())
+    outbox.put("bad jid@example.org", "first")
+    outbox.put("alice@example.org", "second")
+    assert await outbox.flush() == 1
+    assert transport.sent == [("alice@example.org", "second")]
+    assert outbox.pending() == []

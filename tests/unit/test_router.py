@@ -230,3 +230,32 @@ async def test_question_cancel():
     await h.say("CANCEL")
     assert h.calls == []
     assert h.texts()[-1] == "Cancelled."
+
+
+async def test_command_typed_during_a_question_is_not_the_answer():
+    h = make_harness()
+    await h.router.handle(Incoming(sender=OWNER, text="install blog"))
+    for _ in range(100):
+        if h.texts():
+            break
+        await asyncio.sleep(0.01)
+    await h.router.handle(Incoming(sender=OWNER, text="restart web"))
+    assert "still waiting for an answer to: domain?" in h.texts()[-1]
+    await h.say("blog.example.org")
+    assert h.calls == [("install", ("blog", {}, "blog.example.org"))]
+
+
+async def test_secret_values_are_never_quoted_back():
+    h = make_harness()
+    await h.say("install blog Admin_Token=hunter2")
+    await h.say("install blog admin_token=hunter2", delayed=True)
+    assert all("hunter2" not in t for t in h.texts()), h.texts()
+    assert "Admin_Token" in h.texts()[0]
+
+
+async def test_huge_duration_is_a_bad_argument():
+    from bot.commandkit import Arg, BadArguments, Command
+
+    cmd = Command(name="mute", handler=None, summary="", args=(Arg("for", kind="duration"),))  # type: ignore[arg-type]
+    with pytest.raises(BadArguments):
+        cmd.bind(["99999999999999999999d"])
