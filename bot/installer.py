@@ -119,15 +119,17 @@ class Installer:
             ports = {spec.service: await self.engine.published_ports(ids[spec.service]) for spec in specs}
         except BaseException as exc:
             # Cancellation included: a bot stopping mid-install must not leave half an app.
-            await asyncio.shield(self._undo(app, made))
+            left = await asyncio.shield(self._undo(app, made))
             if not isinstance(exc, Exception):
                 raise
             reason = str(exc) if isinstance(exc, HomeportError) else f"{exc.__class__.__name__}: {exc}"
             if not isinstance(exc, HomeportError):
                 log.exception("install of %s failed while %s", app, step)
             kept = f" Kept the volumes of the earlier install: {', '.join(reused)}." if reused else ""
-            raise InstallFailed(f"Install of {app} failed while {step}: {reason}. Everything the install "
-                                f"had created was removed.{kept}") from None
+            cleaned = ("Everything the install had created was removed." if not left else
+                       f"Could not remove {', '.join(left)} (the log says why); `remove {app}` clears "
+                       "them once Docker answers.")
+            raise InstallFailed(f"Install of {app} failed while {step}: {reason}. {cleaned}{kept}") from None
         record = InstallRecord(app=app, entry=entry, settings=dict(values), images=images, limits=limits)
         self.installs.put(record)
         self.installs.forget_kept(app)
@@ -175,13 +177,16 @@ class Installer:
         timeout = appspec.health_timeout(app.service(service), self.ready_base_timeout)
         return await self.engine.wait_ready(container_id, appspec.container_name(name, service), timeout)
 
-    async def _undo(self, app: str, made: _Made) -> None:
+    async def _undo(self, app: str, made: _Made) -> list[str]:
+        """Remove what the install made; returns what could not be removed."""
+        left: list[str] = []
         ids = {cid for cid, _ in made.containers}
         try:
             infos = [i for i in (await self.objects(app)).containers if i.id in ids]
         except EngineError:
             log.exception("undoing a failed install of %s: cannot list its containers", app)
             infos = []
+            left.extend(name for _, name in made.containers)
         for what, action in (
             ("containers", lambda: self.engine.remove_containers(infos)),
             ("network", lambda: self.engine.remove_network(made.network) if made.network else _nothing()),
@@ -191,6 +196,8 @@ class Installer:
                 await action()
             except Exception:  # keep undoing the rest; the log says what stayed
                 log.exception("undoing a failed install: could not remove %s", what)
+                left.append(what)
+        return left
 
     # -- remove --------------------------------------------------------------
 
