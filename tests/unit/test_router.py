@@ -46,6 +46,14 @@ class Harness:
     def texts(self) -> list[str]:
         return [t for _, t in self.sent]
 
+    async def until_replied(self, timeout: float = 1.0) -> None:
+        """Wait (bounded) for the first reply, e.g. a question being asked."""
+        async def poll() -> None:
+            while not self.sent:
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(poll(), timeout)
+
 
 def make_harness(limits: LimitsConfig = LimitsConfig()) -> Harness:
     group = CommandGroup("test")
@@ -183,10 +191,7 @@ async def test_busy_app_refuses_second_operation():
     await h.router.handle(Incoming(sender=OWNER, text="restart slow"))
     await asyncio.sleep(0)  # let the first command take the lock
     await h.router.handle(Incoming(sender=OWNER, text="restart slow"))
-    for _ in range(100):
-        if h.texts():
-            break
-        await asyncio.sleep(0.01)
+    await h.until_replied()
     assert h.texts() == ["busy: restart of slow in progress"]
     h.gate.set()  # type: ignore[attr-defined]
     await h.settle()
@@ -210,10 +215,7 @@ async def test_internal_error_hides_details():
 async def test_question_answer_and_masked_audit():
     h = make_harness()
     await h.router.handle(Incoming(sender=OWNER, text="install blog password=hunter2"))
-    for _ in range(100):
-        if h.texts():
-            break
-        await asyncio.sleep(0.01)
+    await h.until_replied()
     assert h.texts() == ["domain?"]
     await h.say("blog.example.org")
     assert h.calls == [("install", ("blog", {"password": "hunter2"}, "blog.example.org"))]
@@ -223,10 +225,7 @@ async def test_question_answer_and_masked_audit():
 async def test_question_cancel():
     h = make_harness()
     await h.router.handle(Incoming(sender=OWNER, text="install blog"))
-    for _ in range(100):
-        if h.texts():
-            break
-        await asyncio.sleep(0.01)
+    await h.until_replied()
     await h.say("CANCEL")
     assert h.calls == []
     assert h.texts()[-1] == "Cancelled."
@@ -235,10 +234,7 @@ async def test_question_cancel():
 async def test_command_typed_during_a_question_is_not_the_answer():
     h = make_harness()
     await h.router.handle(Incoming(sender=OWNER, text="install blog"))
-    for _ in range(100):
-        if h.texts():
-            break
-        await asyncio.sleep(0.01)
+    await h.until_replied()
     await h.router.handle(Incoming(sender=OWNER, text="restart web"))
     assert "still waiting for an answer to: domain?" in h.texts()[-1]
     await h.say("blog.example.org")
