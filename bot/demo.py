@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.engine import Engine
+from bot.engine import APP_LABEL, SERVICE_LABEL, Engine
 from bot.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -65,16 +65,26 @@ async def ensure_sample_app(engine: Engine) -> str:
             return f"sample app '{DEMO_APP}' already there"
     except EngineError as exc:
         return f"Docker: {exc}"
-    if not await engine.image_exists(DEMO_IMAGE):
+    if await engine.local_image(DEMO_IMAGE) is None:
         if not BUSYBOX.exists():
             return f"no sample app: {BUSYBOX} is missing (apt-get install busybox-static)"
         with tempfile.TemporaryDirectory() as tmp:
             tar = Path(tmp) / "rootfs.tar"
             _rootfs_tar(tar)
             await engine.import_image(str(tar), DEMO_IMAGE, ['CMD ["/bin/sh"]'])
-    await engine.run_labelled(f"{DEMO_APP}-web", DEMO_IMAGE, DEMO_APP, "web",
-                              ["httpd", "-f", "-p", "8080", "-h", "/www"],
-                              ports={"8080/tcp": ("127.0.0.1", 8080)})
+    name = f"{DEMO_APP}-web"
+    cid = await engine.create_container(name, {
+        "Image": DEMO_IMAGE,
+        "Cmd": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+        "Labels": {APP_LABEL: DEMO_APP, SERVICE_LABEL: "web"},
+        "ExposedPorts": {"8080/tcp": {}},
+        "HostConfig": {
+            "PortBindings": {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+            "RestartPolicy": {"Name": "unless-stopped"},
+            "SecurityOpt": ["no-new-privileges:true"],
+        },
+    })
+    await engine.start_container(cid, name)
     return f"sample app '{DEMO_APP}' created: http://127.0.0.1:8080/"
 
 

@@ -58,6 +58,7 @@ class ContainerInfo:
     oom_killed: bool
     order: int
     labels: dict[str, str] = field(default_factory=dict, compare=False)
+    stop_timeout: int = STOP_TIMEOUT_S  # its own grace period (catalog stop_grace_period)
 
     @property
     def running(self) -> bool:
@@ -103,6 +104,7 @@ def container_info(attrs: dict[str, Any]) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled")),
         order=order,
         labels=dict(labels),
+        stop_timeout=stop_timeout(attrs),
     )
 
 
@@ -207,37 +209,31 @@ class Engine:
                 await self.call(lambda c, i=info: c.api.start(i.id), what=f"starting {info.name}")
         return await self.containers(app)
 
+    async def _stop_one(self, info: ContainerInfo) -> None:
+        """Stop one container within its own grace period, marked as an exit
+        we caused; a container that is not running is left alone."""
+        if info.state not in ("running", "restarting", "paused"):
+            return
+        self.mark_intended(info.id)
+        grace = info.stop_timeout
+        await self.call(lambda c: c.api.stop(info.id, timeout=grace),
+                        timeout=self.timeout + grace, what=f"stopping {info.name}")
+
     async def stop(self, app: str) -> list[ContainerInfo]:
         infos = await self.containers(app)
         for info in reversed(infos):  # dependants first
-            if info.state in ("running", "restarting", "paused"):
-                self.mark_intended(info.id)
-                await self.call(lambda c, i=info: c.api.stop(i.id, timeout=STOP_TIMEOUT_S),
-                                timeout=self.timeout + STOP_TIMEOUT_S, what=f"stopping {info.name}")
+            await self._stop_one(info)
         return await self.containers(app)
 
     async def restart(self, app: str) -> list[ContainerInfo]:
         infos = await self.containers(app)
         for info in reversed(infos):
-            if info.state in ("running", "restarting", "paused"):
-                self.mark_intended(info.id)
-                await self.call(lambda c, i=info: c.api.stop(i.id, timeout=STOP_TIMEOUT_S),
-                                timeout=self.timeout + STOP_TIMEOUT_S, what=f"stopping {info.name}")
+            await self._stop_one(info)
         for info in infos:
             await self.call(lambda c, i=info: c.api.start(i.id), what=f"starting {info.name}")
         return await self.containers(app)
 
     # -- images and plain containers --------------------------------------
-
-    async def image_exists(self, ref: str) -> bool:
-        def look(c: docker.DockerClient) -> bool:
-            try:
-                c.api.inspect_image(ref)
-                return True
-            except docker.errors.ImageNotFound:
-                return False
-
-        return await self.call(look, what=f"looking up image {ref}")
 
     async def import_image(self, tar_path: str, ref: str, changes: list[str]) -> None:
         """`docker import` a root filesystem tarball (no registry needed)."""
@@ -248,30 +244,6 @@ class Engine:
                 c.api.import_image_from_data(fh.read(), repository=repository, tag=tag, changes=changes)
 
         await self.call(do_import, what=f"importing {ref}")
-
-    async def run_labelled(self, name: str, image: str, app: str, service: str, command: list[str],
-                           ports: dict[str, tuple[str, int]] | None = None) -> ContainerInfo:
-        """Create and start one managed container with homeport's labels."""
-
-        def run(c: docker.DockerClient) -> str:
-            host_config = c.api.create_host_config(
-                port_bindings=ports or None,
-                restart_policy={"Name": "unless-stopped"},
-                security_opt=["no-new-privileges:true"],
-            )
-            created = c.api.create_container(
-                image, command=command, name=name, host_config=host_config,
-                labels={APP_LABEL: app, SERVICE_LABEL: service},
-                ports=[int(p.split("/")[0]) for p in (ports or {})] or None,
-            )
-            c.api.start(created["Id"])
-            return created["Id"]
-
-        cid = await self.call(run, what=f"creating {name}")
-        infos = [i for i in await self.containers(app) if i.id == cid]
-        if not infos:
-            raise NotFound(f"container {name} vanished after creation")
-        return infos[0]
 
     # -- exits we caused ---------------------------------------------------
 
@@ -482,16 +454,10 @@ class Engine:
         """Stop (dependants first, each within its stop timeout) and remove
         the containers with their anonymous volumes."""
         for info in sorted(infos, key=lambda i: i.order, reverse=True):
-            if info.state in ("running", "restarting", "paused"):
-                self.mark_intended(info.id)
-                try:
-                    attrs = await self.call(lambda c, i=info: c.api.inspect_container(i.id),
-                                            what=f"inspecting {info.name}")
-                    grace = stop_timeout(attrs)
-                    await self.call(lambda c, i=info: c.api.stop(i.id, timeout=grace),
-                                    timeout=self.timeout + grace, what=f"stopping {info.name}")
-                except NotFound:
-                    continue
+            try:
+                await self._stop_one(info)
+            except NotFound:
+                continue
             try:
                 # v=True: an image's VOLUMEs the entry does not mount are anonymous volumes.
                 await self.call(lambda c, i=info: c.api.remove_container(i.id, v=True, force=True),
